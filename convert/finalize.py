@@ -55,6 +55,12 @@ def simplify_and_verify(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) ->
     return simplified
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(data: bytes, path: Path) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +68,8 @@ def write_atomic(data: bytes, path: Path) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        # mkstemp creates the file as 0600; artifacts get the usual permissions instead.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -107,6 +107,24 @@ def onnx_targets(sources: Sources, folder: Path) -> list[Target]:
     ]
 
 
+def head_targets(folder: Path, crops: np.ndarray) -> list[Target]:
+    """The pair and gallery heads, each grafted onto the dynamic-batch backbone."""
+    from postprocess.build import export_head, head_file_name
+
+    backbone = folder / f"{models.REIDENTIFICATION}_Nx3x128x128.onnx"
+    targets = []
+    for kind in ("pair", "gallery"):
+        name = head_file_name(backbone.stem, kind, clip=True)
+        targets.append(Target(
+            description=f"{name} ({kind} head on {backbone.name})",
+            outputs=(name,),
+            sources=(backbone,),
+            settings={"head": kind, "clip": True},
+            run=lambda kind=kind, name=name: export_head(backbone, kind, True, crops, folder / name),
+        ))
+    return targets
+
+
 def fetch_sources(precision: str, root: Path, omz_mirror: Path | None, images_mirror: Path | None) -> Sources:
     reid_xml, reid_bin = fetch_model(models.REIDENTIFICATION, precision, root, omz_mirror)
     landmarks_xml, landmarks_bin = fetch_model(models.LANDMARKS, precision, root, omz_mirror)
@@ -119,4 +137,5 @@ def convert_all(precision: str, build_dir: Path, root: Path, omz_mirror: Path | 
     """Fetch the sources and build every artifact of `precision`; return the names written."""
     sources = fetch_sources(precision, root, omz_mirror, images_mirror)
     folder = build_dir / precision
-    return run_targets(folder, onnx_targets(sources, folder))
+    crops = load_crops(sources.images, models.REIDENTIFICATION_SIZE)
+    return run_targets(folder, onnx_targets(sources, folder) + head_targets(folder, crops))
