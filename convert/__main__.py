@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     from convert.pipeline import convert_all
+    from convert.tflite import TFLiteExportError
 
     started = time.perf_counter()
     try:
         convert_all(args.precision, args.build_dir, args.root, args.omz_mirror, args.images_mirror)
-    except (AssetError, ExportError) as error:
+    except (AssetError, ExportError, TFLiteExportError) as error:
         log.error("%s", error)
         return 1
     log.info("make convert finished in %.1f s", time.perf_counter() - started)

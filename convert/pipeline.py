@@ -125,6 +125,29 @@ def head_targets(folder: Path, crops: np.ndarray) -> list[Target]:
     return targets
 
 
+def tflite_targets(folder: Path, images: tuple[Path, ...]) -> list[Target]:
+    """float32 and float16 TFLite files of the plain models and both heads, and the Nx3 SavedModel."""
+    from convert.tflite import export_tflite
+
+    reid = models.REIDENTIFICATION
+    sources = [f"{reid}_1x3x128x128.onnx", f"{reid}_Nx3x128x128.onnx",
+               f"{reid}_NMx3x128x128_post.onnx", f"{reid}_Nx3x128x128_gallery_post.onnx"]
+    targets = []
+    for source in sources:
+        stem = source.removesuffix(".onnx")
+        saved_model = source == f"{reid}_Nx3x128x128.onnx"
+        outputs = (f"{stem}_float32.tflite", f"{stem}_float16.tflite") + ((f"{stem}_saved_model",) if saved_model else ())
+        targets.append(Target(
+            description=f"TFLite{' and SavedModel' if saved_model else ''} from {source} with onnx2tf (offline)",
+            outputs=outputs,
+            sources=(folder / source,),
+            settings={"tflite": True, "saved_model": saved_model},
+            run=lambda source=source, stem=stem, saved_model=saved_model: export_tflite(
+                folder / source, folder, stem, list(images), saved_model=saved_model),
+        ))
+    return targets
+
+
 def fetch_sources(precision: str, root: Path, omz_mirror: Path | None, images_mirror: Path | None) -> Sources:
     reid_xml, reid_bin = fetch_model(models.REIDENTIFICATION, precision, root, omz_mirror)
     landmarks_xml, landmarks_bin = fetch_model(models.LANDMARKS, precision, root, omz_mirror)
@@ -133,9 +156,15 @@ def fetch_sources(precision: str, root: Path, omz_mirror: Path | None, images_mi
 
 
 def convert_all(precision: str, build_dir: Path, root: Path, omz_mirror: Path | None = None,
-                images_mirror: Path | None = None) -> list[str]:
-    """Fetch the sources and build every artifact of `precision`; return the names written."""
+                images_mirror: Path | None = None, tflite: bool = True) -> list[str]:
+    """Fetch the sources and build every artifact of `precision`; return the names written.
+
+    With `tflite=False` only the ONNX files are built, which takes seconds instead of minutes.
+    """
     sources = fetch_sources(precision, root, omz_mirror, images_mirror)
     folder = build_dir / precision
     crops = load_crops(sources.images, models.REIDENTIFICATION_SIZE)
-    return run_targets(folder, onnx_targets(sources, folder) + head_targets(folder, crops))
+    targets = onnx_targets(sources, folder) + head_targets(folder, crops)
+    if tflite:
+        targets += tflite_targets(folder, sources.images)
+    return run_targets(folder, targets)

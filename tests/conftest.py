@@ -83,3 +83,23 @@ def reference_features(precision, crops, build_folder) -> np.ndarray:
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two [N, D] arrays."""
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def run_tflite(tflite_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Resize every input to its feed's shape with resize_tensor_input, then invoke once."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    # A signature runner keeps references into the interpreter that forbid resizing, so the
+    # name-to-index map comes from a separate interpreter of the same file.
+    signature = Interpreter(model_path=str(tflite_path)).get_signature_runner()
+    input_indices = {name: detail["index"] for name, detail in signature.get_input_details().items()}
+    output_indices = {name: detail["index"] for name, detail in signature.get_output_details().items()}
+
+    interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
+    for name, array in feeds.items():
+        interpreter.resize_tensor_input(input_indices[name], list(array.shape), strict=True)
+    interpreter.allocate_tensors()
+    for name, array in feeds.items():
+        interpreter.set_tensor(input_indices[name], array)
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(index).copy() for name, index in output_indices.items()}
