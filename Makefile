@@ -29,10 +29,11 @@ test: convert
 	$(PYTHON) -m pytest
 
 validate:
-	$(PYTHON) validate/validation.py --artifacts $(BUILD_DIR)/$(PRECISION) --precision $(PRECISION) $(MIRROR_ARGS)
+	$(PYTHON) validate/validation.py --artifacts $(BUILD_DIR)/$(PRECISION) --precision $(PRECISION) $(MIRROR_ARGS) --report $(REPORT_DIR)/similarity
 
 lfw:
-	$(PYTHON) validate/validation.py lfw --lfw-dir $(LFW_DIR) --artifacts $(BUILD_DIR)/$(PRECISION) --precision $(PRECISION) $(MIRROR_ARGS) --report $(REPORT_DIR)/lfw
+	$(if $(LFW_DIR),,$(error set LFW_DIR to the folder that contains pairs.txt and lfw-deepfunneled/))
+	$(PYTHON) validate/validation.py lfw --lfw-dir $(LFW_DIR) --artifacts $(BUILD_DIR)/$(PRECISION) --precision $(PRECISION) $(if $(OMZ_MIRROR),--omz-mirror $(OMZ_MIRROR)) --mistakes --report $(REPORT_DIR)/lfw
 
 clean:
 	rm -rf $(BUILD_DIR) $(REPORT_DIR)

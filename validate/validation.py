@@ -40,6 +40,7 @@ from validate.compare import (
     compare_features,
     compare_similarity,
 )
+from validate.lfw_command import add_lfw_parser
 from validate.images import FaceImage, ImageError, find_base, load_images, target_order
 from validate.report import image_legend, parity_table, similarity_table, summary, write_report
 from validate.runtimes import Runtime, runtimes_for
@@ -107,11 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file name or stem of the base image (default: the first image)")
     parser.set_defaults(handler=run_similarity_table)
 
-    # Without a subcommand the parser runs the similarity table above. A subcommand gets a parser
-    # from this action's add_parser, calls add_common_arguments on it and sets its own `handler`.
-    # TODO: add the `lfw` subcommand that the Makefile's lfw target calls.
-    parser.add_subparsers(dest="command", title="subcommands", metavar="COMMAND",
-                          help="optional. Without a COMMAND the similarity table runs")
+    # Without a subcommand the parser runs the similarity table above.
+    subparsers = parser.add_subparsers(dest="command", title="subcommands", metavar="COMMAND",
+                                       help="optional. Without a COMMAND the similarity table runs")
+    add_lfw_parser(subparsers, add_common_arguments)
     return parser
 
 

@@ -78,17 +78,37 @@ class Session(ABC):
 
     def embed(self, images: Sequence[FaceImage]) -> np.ndarray:
         """Return the embedding of each image as [len(images), D]."""
+        return self.embed_tensor(self._image_tensor(self.interface.image_input, images), self.interface_layout())
+
+    def embed_tensor(self, tensor: np.ndarray, layout: str = NCHW) -> np.ndarray:
+        """Return the embeddings [B, D] of a float32 batch already at the model's input size.
+
+        `tensor` is NCHW unless `layout` says otherwise. It is transposed to the layout of the
+        model's image input, so callers can preprocess once for every runtime.
+        """
         interface = self.interface
+        model_layout, height, width = image_layout(self.inputs[interface.image_input])
+        if layout != model_layout:
+            tensor = np.ascontiguousarray(tensor.transpose(0, 2, 3, 1) if layout == NCHW else tensor.transpose(0, 3, 1, 2))
+        spatial = tensor.shape[2:] if model_layout == NCHW else tensor.shape[1:3]
+        if tuple(spatial) != (height, width):
+            raise InterfaceError(f"input {interface.image_input} takes {height}x{width} images, got {tuple(spatial)}")
         if interface.kind == PLAIN:
-            return self._run_images(images, {}, interface.features_output)
+            return self._run_tensor(tensor, {}, interface.features_output)
 
         if interface.kind == PAIR:
             # The pair head needs target images to run, and `base_features` does not depend on them.
             target_count = self._fixed_batch(interface.second_input) or 1
-            second = self._image_tensor(interface.second_input, images[:target_count])
+            second = tensor[:target_count]
+            if len(second) < target_count:
+                second = np.repeat(tensor[:1], target_count, axis=0)
         else:
             second = self._placeholder_gallery()
-        return self._run_images(images, {interface.second_input: second}, interface.features_output)
+        return self._run_tensor(tensor, {interface.second_input: second}, interface.features_output)
+
+    def interface_layout(self) -> str:
+        """Layout (NCHW or NHWC) of the model's image input."""
+        return image_layout(self.inputs[self.interface.image_input])[0]
 
     def similarity(self, base_images: Sequence[FaceImage], target_images: Sequence[FaceImage]) -> np.ndarray:
         """Return the cosine similarity, clipped to [0, 1], of every base image to every target as [N, M].
@@ -109,13 +129,15 @@ class Session(ABC):
         return self._run_images(base_images, {interface.second_input: second}, interface.similarity_output)
 
     def _run_images(self, images: Sequence[FaceImage], extra: dict[str, np.ndarray], output: str) -> np.ndarray:
-        """Feed `images` to the image input, in batches its shape allows, and stack `output`."""
+        return self._run_tensor(self._image_tensor(self.interface.image_input, images), extra, output)
+
+    def _run_tensor(self, tensor: np.ndarray, extra: dict[str, np.ndarray], output: str) -> np.ndarray:
+        """Feed `tensor` to the image input, in batches its shape allows, and stack `output`."""
         name = self.interface.image_input
-        batch = self._fixed_batch(name) or len(images)
-        tensor = self._image_tensor(name, images)
+        batch = self._fixed_batch(name) or len(tensor)
 
         results = []
-        for start in range(0, len(images), batch):
+        for start in range(0, len(tensor), batch):
             chunk = tensor[start:start + batch]
             if len(chunk) < batch:
                 raise InterfaceError(f"input {name} takes batches of exactly {batch}, got {len(chunk)} images")
