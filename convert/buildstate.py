@@ -100,7 +100,7 @@ class BuildState:
     def record(self, target: Target, key: str) -> None:
         for name in target.outputs:
             self.entries[name] = {"key": key, "digest": digest_path(self.folder / name)}
-        write_atomic(json.dumps(self.entries, indent=1, sort_keys=True).encode(), self.path)
+        write_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True).encode())
 
 
 def run_targets(folder: Path, targets: list[Target]) -> list[str]:

@@ -61,7 +61,7 @@ def _current_umask() -> int:
     return mask
 
 
-def write_atomic(data: bytes, path: Path) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -79,4 +79,4 @@ def write_atomic(data: bytes, path: Path) -> None:
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     # Protobuf serialisation of a message built in the same order is byte-stable, which makes the
     # artifacts reproducible.
-    write_atomic(model.SerializeToString(), path)
+    write_atomic(path, model.SerializeToString())

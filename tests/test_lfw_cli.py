@@ -33,7 +33,7 @@ def run_lfw(*arguments, omz_mirror, cwd=REPO) -> subprocess.CompletedProcess:
 
 
 def small_lfw(tmp_path: Path, lfw_dir: Path, lines: list[str], header: str = "1 2") -> Path:
-    """An LFW folder whose pairs.txt holds `lines`, with links to the real image folders."""
+    """An LFW folder whose pairs.txt contains `lines`, with links to the real image folders."""
     folder = tmp_path / "lfw"
     (folder / "lfw-deepfunneled").mkdir(parents=True)
     for name in {line.split()[0] for line in lines} | {line.split()[2] for line in lines if len(line.split()) == 4}:

@@ -14,8 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -26,26 +24,18 @@ import numpy as np
 import openvino as ov
 from tqdm import tqdm
 
+from convert import models
+from convert.finalize import write_atomic
+
 logger = logging.getLogger(__name__)
 
-# Five reference landmarks (left eye, right eye, nose tip, left mouth corner, right mouth corner)
-# in normalised [0,1]x[0,1] coordinates of the aligned crop, from the OMZ model card of
-# face-reidentification-retail-0095.
-REFERENCE_LANDMARKS = np.array(
-    [
-        (0.31556875, 0.4615741071428571),
-        (0.6826229166666667, 0.4615741071428571),
-        (0.5002624999999999, 0.6405053571428571),
-        (0.34947187500000004, 0.8246919642857142),
-        (0.6534364583333333, 0.8246919642857142),
-    ],
-    dtype=np.float64,
-)
+# The model card's five reference landmarks in normalised [0,1]x[0,1] coordinates of the aligned crop.
+REFERENCE_LANDMARKS = np.array(models.REFERENCE_LANDMARKS, dtype=np.float64)
 
 CROP_SIZE = 128
 
-DETECTOR_MODEL = "face-detection-retail-0004"
-LANDMARKS_MODEL = "landmarks-regression-retail-0009"
+DETECTOR_MODEL = models.DETECTOR
+LANDMARKS_MODEL = models.LANDMARKS
 
 # Part of the cache key: bump it whenever a code change alters the aligned crops.
 ALIGNMENT_VERSION = 1
@@ -569,7 +559,7 @@ class CropCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         settings_path = self.directory / "settings.json"
         if not settings_path.exists():
-            _write_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True).encode())
+            write_atomic(settings_path, json.dumps(settings, indent=2, sort_keys=True).encode())
 
     def _entry_path(self, image_digest: str) -> Path:
         return self.directory / image_digest[:2] / f"{image_digest}.npz"
@@ -603,16 +593,4 @@ class CropCache:
         }
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        _write_atomic(path, buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as stream:
-        temporary = Path(stream.name)
-        try:
-            stream.write(data)
-        except BaseException:
-            stream.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, path)
+        write_atomic(path, buffer.getvalue())

@@ -180,11 +180,11 @@ def _write_report(folder: Path, text: str, rows: Sequence[LfwRow], reference: Lf
     curves = {f"{row.artifact.path.name} ({row.runtime})": row.result for row in [reference, *rows] if row.result}
     lfw.write_roc_png(folder / "roc.png", curves, title=f"LFW ROC ({folds_note})")
     report = f"# LFW verification\n\n{text}\n\n![ROC curves](roc.png)\n"
-    write_atomic(report.encode(), folder / "lfw.md")
+    write_atomic(folder / "lfw.md", report.encode())
     data = {"reference": reference.result.to_dict(),
             "artifacts": [{"artifact": row.artifact.path.name, "runtime": row.runtime, "error": row.error,
                            **(row.result.to_dict() if row.result else {})} for row in rows]}
-    write_atomic(json.dumps(data, indent=1).encode(), folder / "lfw.json")
+    write_atomic(folder / "lfw.json", json.dumps(data, indent=1).encode())
     log.info("wrote %s, %s and %s", folder / "lfw.md", folder / "roc.png", folder / "lfw.json")
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from convert.finalize import write_atomic
 from validate.compare import MODEL_CARD_ROW, RowResult, Statistic, ValidationResult
 
 logger = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def write_report(folder: Path, result: ValidationResult, tables: str) -> Path:
         summary(result),
     ]
     path = folder / REPORT_FILE
-    _write_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
+    write_atomic(path, ("\n\n".join(sections) + "\n").encode("utf-8"))
     logger.info("Wrote %s", path)
     return path
 
@@ -157,7 +156,7 @@ def _write_thumbnail(folder: Path, index: int, image) -> str:
     if not ok:
         raise OSError(f"OpenCV could not encode a thumbnail of {image.path}")
     relative = f"{THUMBNAIL_FOLDER}/{index}_{image.path.stem}.png"
-    _write_atomic(folder / relative, encoded.tobytes())
+    write_atomic(folder / relative, encoded.tobytes())
     return relative
 
 
@@ -213,20 +212,5 @@ def _write_heatmap(path: Path, result: ValidationResult) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     pyplot.close(figure)
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
     return caption
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        # mkstemp creates the file readable by its owner only, unlike a file written with open().
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

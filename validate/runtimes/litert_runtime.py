@@ -8,6 +8,7 @@ interpreter's tensor API: it resizes the inputs, allocates the tensors and reads
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ class LiteRtRuntime(Runtime):
         # ai-edge-litert 2.1.0 memory-maps a `model_path` without running the flatbuffer verifier,
         # and a truncated file then crashes the process with a segmentation fault. A model passed
         # as `model_content` is verified first and fails with a ValueError.
-        interpreter = Interpreter(model_content=Path(path).read_bytes())
+        # LiteRT runs on one thread unless told otherwise; ONNX Runtime and OpenVINO use every core.
+        interpreter = Interpreter(model_content=Path(path).read_bytes(), num_threads=os.cpu_count())
         signatures = interpreter.get_signature_list()
         if signatures:
             return SignatureSession(interpreter.get_signature_runner(next(iter(signatures))))
