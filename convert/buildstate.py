@@ -8,6 +8,7 @@ content digest recorded then.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = ".build-state.json"
 _CODE_DIRS = ("convert", "postprocess")
+_TOOL_PACKAGES = ("openvino", "onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow", "tf_keras")
 
 
 @dataclass
@@ -50,9 +52,14 @@ def digest_path(path: Path) -> str:
 
 
 def code_digest() -> str:
-    """Digest of the converter's Python sources, so that a code change rebuilds the artifacts."""
+    """Digest of the converter's Python sources and the versions of the tools it drives.
+
+    A change to either rebuilds the artifacts.
+    """
     root = Path(__file__).resolve().parent.parent
     sha = hashlib.sha256()
+    for package in _TOOL_PACKAGES:
+        sha.update(f"{package}=={importlib.metadata.version(package)}".encode())
     for directory in _CODE_DIRS:
         for source in sorted((root / directory).rglob("*.py")):
             sha.update(source.relative_to(root).as_posix().encode())
@@ -105,7 +112,6 @@ class BuildState:
 
 def run_targets(folder: Path, targets: list[Target]) -> list[str]:
     """Build every target that is not up to date; return the names of the outputs written."""
-    folder.mkdir(parents=True, exist_ok=True)
     state = BuildState(folder)
     written: list[str] = []
 

@@ -33,7 +33,7 @@ class UnsupportedOpError(ExportError):
             names = nodes_by_type[op_type]
             shown = ", ".join(names[:5]) + (f", ... ({len(names)} nodes)" if len(names) > 5 else "")
             lines.append(f"  {op_type}: {shown}")
-        lines.append("Add a handler in convert/ops/ or export an IR that does not use these ops.")
+        lines.append("Convert an IR without these ops (for example PRECISION=FP16), or add a handler in convert/ops/.")
         super().__init__("\n".join(lines))
 
 

@@ -21,9 +21,12 @@ path in a later onnx2tf release fails the export instead of silently going onlin
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import hashlib
 import io
 import logging
+import multiprocessing
 import os
 import re
 import shutil
@@ -123,7 +126,7 @@ def export_tflite(
         sample_arguments = _write_samples(work_dir, samples, image_inputs, all_inputs_are_images)
 
         converted_dir = work_dir / f"{stem}_saved_model"
-        _run_onnx2tf(work_onnx, converted_dir, work_dir, sample_arguments, strict_mode)
+        _run_in_fresh_process(_run_onnx2tf, work_onnx, converted_dir, work_dir, sample_arguments, strict_mode)
 
         converted = {
             FLOAT32: converted_dir / f"{stem}_float32.tflite",
@@ -312,6 +315,19 @@ def _is_broadcast_to_rank4(node: onnx.NodeProto, position: int, ranks: dict[str,
     return ranks.get(other) == 4
 
 
+def _run_in_fresh_process(function, *arguments) -> None:
+    """Run `function(*arguments)` in a new Python process and re-raise its exception here.
+
+    TensorFlow numbers the functions it traces per process, and those numbers end up in the
+    SavedModel, so a conversion is byte-reproducible only in a process that converted nothing
+    before. A fresh process also keeps onnx2tf's process-wide changes (working directory,
+    environment variables, warning filters) out of the caller.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        executor.submit(function, *arguments).result()
+
+
 def _onnx2tf_module():
     """Import onnx2tf and undo the process-wide settings its import changes.
 
@@ -328,8 +344,7 @@ def _onnx2tf_module():
 
 @contextlib.contextmanager
 def _working_directory(path: Path) -> Iterator[None]:
-    # NOTE: os.chdir is process-wide, so no other thread should rely on relative paths while an
-    # export runs.
+    # os.chdir is process-wide; the export runs in a process of its own, so no caller sees it.
     previous = Path.cwd()
     os.chdir(path)
     try:
@@ -440,10 +455,31 @@ def _move_outputs(
         written[key] = target
 
     if saved_model:
+        _pin_fingerprint_uuid(converted_dir)
         target = out_dir / converted_dir.name
         _replace_directory(converted_dir, target)
         written[SAVED_MODEL] = target
     return written
+
+
+def _pin_fingerprint_uuid(saved_model_dir: Path) -> None:
+    """Replace the random `uuid` of the SavedModel's fingerprint.pb with one derived from its hashes.
+
+    TensorFlow 2.19 writes a random uuid on every save, the only byte that differs between two
+    conversions of the same ONNX file. The fingerprint's content hashes are deterministic, so a uuid
+    derived from them identifies the same model the same way.
+    """
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    path = saved_model_dir / "fingerprint.pb"
+    if not path.is_file():
+        return
+    fingerprint = fingerprint_pb2.FingerprintDef()
+    fingerprint.ParseFromString(path.read_bytes())
+    fingerprint.ClearField("uuid")
+    digest = hashlib.sha256(fingerprint.SerializeToString(deterministic=True)).digest()
+    fingerprint.uuid = str(int.from_bytes(digest[:8], "big"))
+    path.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
 def _replace_directory(source: Path, target: Path) -> None:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         export_head(args.backbone, args.head, clip, load_crops(image_paths, models.REIDENTIFICATION_SIZE), output)
     except (ExportError, ValueError) as error:
         log.error("%s", error)
-        return 1
+        return 2
     log.info("wrote %s", output)
     return 0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
 from convert.finalize import run_onnx, save_onnx
 from convert.registry import ExportError
@@ -57,11 +58,37 @@ def verify_head(head: onnx.ModelProto, backbone: onnx.ModelProto, kind: str, cli
             raise ExportError(f"the {kind} head's {name} differ from the backbone's by {max_abs:.3g}")
 
 
+def load_backbone(path: Path) -> onnx.ModelProto:
+    """Load a backbone ONNX file and check that it has one image input and one [N, D] output."""
+    try:
+        backbone = onnx.load(path)
+    except (OSError, DecodeError) as error:
+        raise ExportError(f"{path}: not a readable ONNX file ({error}); rebuild it with `make convert`") from error
+
+    graph = backbone.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    input_dims = [len(value.type.tensor_type.shape.dim) for value in inputs]
+    output_dims = [len(value.type.tensor_type.shape.dim) for value in graph.output]
+    input_channels = inputs[0].type.tensor_type.shape.dim[1].dim_value if input_dims == [4] else None
+    if input_dims != [4] or input_channels != 3 or output_dims != [2]:
+        raise ExportError(
+            f"{path}: not a plain embedding backbone. Expected one input [N,3,H,W] and one output [N,D], "
+            f"found inputs {[value.name for value in inputs]} and outputs {[value.name for value in graph.output]}; "
+            f"pass face-reidentification-retail-0095_Nx3x128x128.onnx"
+        )
+    return backbone
+
+
 def export_head(backbone_path: Path, kind: str, clip: bool, images: np.ndarray, path: Path) -> None:
     """Graft a `kind` head onto the backbone ONNX file, verify it on `images`, and write it to `path`."""
     if kind not in HEAD_KINDS:
         raise ValueError(f"unknown head kind {kind!r}: expected one of {', '.join(HEAD_KINDS)}")
-    backbone = onnx.load(backbone_path)
+    backbone = load_backbone(backbone_path)
+    input_hw = tuple(dim.dim_value for dim in backbone.graph.input[0].type.tensor_type.shape.dim[2:])
+    if input_hw != images.shape[2:]:
+        raise ExportError(f"{backbone_path}: input is {input_hw[0]}x{input_hw[1]}, but the heads are built for "
+                          f"the {images.shape[2]}x{images.shape[3]} face-reidentification-retail-0095 backbone")
     head = build_pair_head(backbone, clip) if kind == "pair" else build_gallery_head(backbone, clip)
     verify_head(head, backbone, kind, clip, images)
     save_onnx(head, path)

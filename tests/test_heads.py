@@ -118,3 +118,22 @@ def test_default_head_name_marks_unclipped(tmp_path, build_folder):
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / f"{REID}_Nx3x128x128_gallery_post_unclipped.onnx").is_file()
+
+
+@pytest.mark.parametrize("case", ["truncated", "landmarks model", "head model"])
+def test_bad_backbone_rejected(case, tmp_path, build_folder):
+    if case == "truncated":
+        backbone = tmp_path / PLAIN
+        backbone.write_bytes((build_folder / PLAIN).read_bytes()[:1_000_000])
+    elif case == "landmarks model":
+        backbone = build_folder / f"{models.LANDMARKS}_Nx3x48x48.onnx"
+    else:
+        backbone = build_folder / PAIR
+    command = [sys.executable, "-m", "postprocess", str(backbone), "--images", str(REPO / "data" / "wider-12-group"),
+               "--output", str(tmp_path / "head.onnx")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+    assert result.returncode == 2
+    assert str(backbone) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "head.onnx").exists()

@@ -93,10 +93,22 @@ def test_aligner_onnx_and_cache(tmp_path, lfw_dir, omz_mirror, build_folder):
     ("missing pairs", "pairs.txt not found"),
     ("malformed line", "line 2"),
     ("missing image", "image not found"),
+    ("unreadable image", "not a readable image"),
 ])
 def test_lfw_input_errors(case, expected, tmp_path, lfw_dir, omz_mirror):
     matched, mismatched = real_lines(lfw_dir)
-    if case == "malformed line":
+    if case == "unreadable image":
+        folder = small_lfw(tmp_path, lfw_dir, matched + mismatched)
+        name, number = matched[0].split()[:2]
+        person = folder / "lfw-deepfunneled" / name
+        person.unlink()
+        person.mkdir()
+        for image in (lfw_dir / "lfw-deepfunneled" / name).iterdir():
+            (person / image.name).symlink_to(image)
+        broken = person / f"{name}_{int(number):04d}.jpg"
+        broken.unlink()
+        broken.write_text("not a JPEG")
+    elif case == "malformed line":
         folder = small_lfw(tmp_path, lfw_dir, ["Aaron_Peirsol one 2", *matched[1:], *mismatched])
     elif case == "missing image":
         folder = small_lfw(tmp_path, lfw_dir, [f"{matched[0].split()[0]} 9999 1", *matched[1:], *mismatched])
@@ -108,8 +120,9 @@ def test_lfw_input_errors(case, expected, tmp_path, lfw_dir, omz_mirror):
 
     assert result.returncode == 2
     assert expected in result.stderr
-    assert "pairs.txt" in result.stderr
     assert "Traceback" not in result.stderr
+    if case != "unreadable image":
+        assert "pairs.txt" in result.stderr
 
 
 def test_lfw_unknown_artifact_name(tmp_path, lfw_dir, omz_mirror, build_folder):
@@ -117,4 +130,13 @@ def test_lfw_unknown_artifact_name(tmp_path, lfw_dir, omz_mirror, build_folder):
 
     assert result.returncode == 2
     assert "no-such-model.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_lfw_no_matching_runtime(lfw_dir, omz_mirror, build_folder):
+    result = run_lfw("--lfw-dir", lfw_dir, "--folds", 1, "--only", CI_ARTIFACTS[1], "--runtimes", "onnxruntime",
+                     omz_mirror=omz_mirror)
+
+    assert result.returncode == 2
+    assert "no runtime among --runtimes" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,9 +1,8 @@
 """TFLite export runs with the network blocked and matches onnxruntime on real face crops.
 
 The tests that take the `exported` fixture run twice: on a small ONNX model built here with
-onnx.helper, and on the face-reidentification-retail-0095 ONNX of the build, found at
-<BUILD_DIR or repo/build>/<PRECISION or FP16>/face-reidentification-retail-0095_Nx3x128x128.onnx.
-The build model's cases are skipped, with that path as the reason, until the file exists.
+onnx.helper, and on the face-reidentification-retail-0095 Nx3 ONNX file that `make convert` builds
+(the `build_folder` fixture builds it when it is missing).
 
 A second audit hook, the fuse, backs up the guard under test. While armed, it raises for any
 connection or name lookup outside loopback that the guard let through. A broken guard then fails
@@ -257,13 +256,6 @@ def build_similarity_head_onnx(path: Path) -> Path:
     return path
 
 
-def build_model_path() -> Path:
-    build_dir = Path(os.environ.get("BUILD_DIR", "build"))
-    if not build_dir.is_absolute():
-        build_dir = REPO / build_dir
-    return build_dir / os.environ.get("PRECISION", "FP16") / BUILD_MODEL_NAME
-
-
 @pytest.fixture(scope="module")
 def crop_files() -> list[Path]:
     paths = sorted(CROPS_DIR.glob("*.jpg"))
@@ -308,12 +300,11 @@ def small_export(tmp_path_factory, crop_files) -> Export:
 
 
 @pytest.fixture(scope="module")
-def build_export(tmp_path_factory, crop_files) -> Export:
-    onnx_path = build_model_path()
-    if not onnx_path.is_file():
-        pytest.skip(f"build model not found: {onnx_path} (run `make convert`)")
+def build_export(tmp_path_factory, crop_files, build_folder) -> Export:
+    onnx_path = build_folder / BUILD_MODEL_NAME
     out_dir = tmp_path_factory.mktemp("tflite_build")
-    written, seconds = export_offline(onnx_path, out_dir, "reid", crop_files)
+    stem = onnx_path.name.removesuffix(".onnx")
+    written, seconds = export_offline(onnx_path, out_dir, stem, crop_files, saved_model=True)
     logger.info("Conversion of %s took %.1f s", onnx_path.name, seconds)
     return Export("build", onnx_path, written, seconds)
 
@@ -340,8 +331,9 @@ def cosine_similarity_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 # --- export -------------------------------------------------------------------------------
 
 def test_export_writes_artifacts(exported):
-    assert exported.written[FLOAT32].name == "reid_float32.tflite"
-    assert exported.written[FLOAT16].name == "reid_float16.tflite"
+    stem = "reid" if exported.kind == "small" else BUILD_MODEL_NAME.removesuffix(".onnx")
+    assert exported.written[FLOAT32].name == f"{stem}_float32.tflite"
+    assert exported.written[FLOAT16].name == f"{stem}_float16.tflite"
     for path in exported.written.values():
         assert path.exists(), path
     hidden = [path.name for path in exported.written[FLOAT32].parent.iterdir() if path.name.startswith(".")]
@@ -409,6 +401,20 @@ def test_export_is_deterministic(small_export, tmp_path, crop_files):
 
     for key in (FLOAT32, FLOAT16):
         assert again[key].read_bytes() == small_export.written[key].read_bytes(), key
+
+
+def test_export_matches_build_bytes(build_export, build_folder):
+    """A conversion in another process and folder gives the same bytes as `make convert` did."""
+    for key in (FLOAT32, FLOAT16, SAVED_MODEL):
+        written = build_export.written[key]
+        built = build_folder / written.name
+        files = sorted(p.relative_to(written) for p in written.rglob("*") if p.is_file()) if written.is_dir() else [None]
+
+        assert built.exists(), built
+        for relative in files:
+            mine = written / relative if relative else written
+            theirs = built / relative if relative else built
+            assert mine.read_bytes() == theirs.read_bytes(), f"{written.name}/{relative or ''}"
 
 
 @pytest.mark.parametrize("with_images", [True, False], ids=["crops", "no_images"])

@@ -354,3 +354,22 @@ def test_report_path_is_a_file(tmp_path, build_folder, mirror_arguments):
     not_a_folder.write_text("")
     result = run_validation("--artifacts", str(build_folder), "--report", str(not_a_folder), *mirror_arguments)
     assert_one_line_error(result, str(not_a_folder), "not a folder")
+
+
+def test_unclipped_head_compared_clipped(tmp_path, build_folder, precision, mirror_arguments):
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    backbone = folder / f"{REIDENTIFICATION}_Nx3x128x128.onnx"
+    shutil.copy2(build_folder / backbone.name, backbone)
+    built = subprocess.run([sys.executable, "-m", "postprocess", str(backbone), "--head", "pair", "--unclipped"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+
+    result = run_validation("--artifacts", str(folder), "--precision", precision, *mirror_arguments)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = artifact_rows(parse_table(result.stdout, SIMILARITY_HEADING))
+    unclipped = [row for row in rows if row["Model"].endswith("_post_unclipped.onnx")]
+    assert len(unclipped) == 2
+    for row in unclipped:
+        assert targets(row) == MODEL_CARD_ROW

@@ -9,16 +9,17 @@ the ten fold accuracies.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from convert.finalize import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -503,13 +504,11 @@ def write_roc_png(path: Path, score_sets: Mapping[str, ScoreSet | LfwResult], ti
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
 
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".png", delete=False) as stream:
-        temporary = Path(stream.name)
+    buffer = io.BytesIO()
     try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
+        figure.savefig(buffer, format="png")
     finally:
         pyplot.close(figure)
-        temporary.unlink(missing_ok=True)
+    write_atomic(path, buffer.getvalue())
     logger.info("Wrote ROC curves of %d score sets to %s", len(score_sets), path)
     return path

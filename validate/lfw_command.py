@@ -201,11 +201,15 @@ def run_lfw(args: argparse.Namespace) -> int:
         xml, _ = fetch_model(models.REIDENTIFICATION, args.precision, args.root, args.omz_mirror)
         reference = reference_artifact(xml, args.precision)
         aligner = _build_aligner(args, artifacts_folder)
+        if not any(artifact.format in runtime.formats for artifact in artifacts for runtime in runtimes):
+            raise ArtifactError(f"no runtime among --runtimes {args.runtimes} loads the selected artifacts "
+                                f"({', '.join(a.path.name for a in artifacts)}); choose matching --only and --runtimes")
+        aligned = aligner.align_files(pairs.image_paths)
+        centre = centre_crop_files(pairs.image_paths) if args.mistakes else None
     except (lfw.LfwDataError, ArtifactError, AssetError, AlignmentError) as error:
         log.error("%s", error)
         return EXIT_USAGE
 
-    aligned = aligner.align_files(pairs.image_paths)
     fallbacks = aligned.fallback_paths
     log.info("alignment: %d images in %.1f s (%d from the cache), %d without a detected face used a centre crop",
              len(aligned.alignments), aligned.seconds, aligned.cache_hits, len(fallbacks))
@@ -231,7 +235,6 @@ def run_lfw(args: argparse.Namespace) -> int:
 
     if args.mistakes:
         session = reference_runtime.load(reference.path)
-        centre = centre_crop_files(pairs.image_paths)
         mistakes = lfw.evaluate_mistakes(session.embed_tensor, pairs, crops, centre)
         text += "\n\nWhat preprocessing mistakes cost (the IR on OpenVINO):\n\n" + format_mistakes_table(
             mistakes, reference_row.result)

@@ -126,7 +126,9 @@ class Session(ABC):
         else:
             second = self.embed(target_images).astype(np.float32)
         self._check_second_batch(second)
-        return self._run_images(base_images, {interface.second_input: second}, interface.similarity_output)
+        similarity = self._run_images(base_images, {interface.second_input: second}, interface.similarity_output)
+        # A head built with --unclipped returns [-1, 1]; the table compares clipped values, like the model card.
+        return np.clip(similarity, 0.0, 1.0)
 
     def _run_images(self, images: Sequence[FaceImage], extra: dict[str, np.ndarray], output: str) -> np.ndarray:
         return self._run_tensor(self._image_tensor(self.interface.image_input, images), extra, output)
