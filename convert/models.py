@@ -1,4 +1,4 @@
-"""What the toolkit knows about the Open Model Zoo models it converts."""
+"""Names, input conventions and reference values of the Open Model Zoo models the toolkit converts."""
 
 REIDENTIFICATION = "face-reidentification-retail-0095"
 LANDMARKS = "landmarks-regression-retail-0009"

@@ -8,7 +8,7 @@ life of the process. It blocks only while at least one `no_network()` block is a
 
 The guard is process-wide: while it is active it applies to every thread, not only to the caller's.
 Sockets connected before the guard started keep working, because only new connections, name
-lookups and process launches raise audit events. The guard sees only Python-level calls: native
+lookups and process launches raise audit events. The guard observes only Python-level calls. Native
 code that opens sockets without the `socket` module (a C++ library's own HTTP client, say) is not
 seen.
 """

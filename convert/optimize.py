@@ -21,7 +21,7 @@ def _channel_bias(value: np.ndarray, channels: int, output_rank: int) -> np.ndar
     """Return `value` as a [C] bias when adding it to an [N, C, ...] tensor changes each channel uniformly.
 
     NumPy broadcasting aligns shapes from the right, so the addend is left-padded with 1s to the output
-    rank; every axis except the channel axis (axis 1) must then be 1.
+    rank. Every axis except the channel axis (axis 1) must then be 1.
     """
     if value.ndim > output_rank:
         return None

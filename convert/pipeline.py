@@ -108,7 +108,7 @@ def onnx_targets(sources: Sources, folder: Path) -> list[Target]:
 
 
 def head_targets(folder: Path, crops: np.ndarray) -> list[Target]:
-    """The pair and gallery heads, each grafted onto the dynamic-batch backbone."""
+    """Return the targets that graft the pair and gallery heads onto the dynamic-batch backbone."""
     from postprocess.build import export_head, head_file_name
 
     backbone = folder / f"{models.REIDENTIFICATION}_Nx3x128x128.onnx"

@@ -31,8 +31,8 @@ class UnsupportedOpError(ExportError):
         lines = [f"{model_name}: {len(nodes_by_type)} op type(s) have no ONNX handler:"]
         for op_type in sorted(nodes_by_type):
             names = nodes_by_type[op_type]
-            shown = ", ".join(names[:5]) + (f", ... ({len(names)} nodes)" if len(names) > 5 else "")
-            lines.append(f"  {op_type}: {shown}")
+            listed = ", ".join(names[:5]) + (f", ... ({len(names)} nodes)" if len(names) > 5 else "")
+            lines.append(f"  {op_type}: {listed}")
         lines.append("Convert an IR without these ops (for example PRECISION=FP16), or add a handler in convert/ops/.")
         super().__init__("\n".join(lines))
 

@@ -85,6 +85,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+def three_decimals(row: np.ndarray) -> list[float]:
+    """Round a similarity row to the model card's three decimals."""
+    return [round(float(value), 3) for value in row]
+
+
 def run_tflite(tflite_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Resize every input to its feed's shape with resize_tensor_input, then invoke once."""
     from ai_edge_litert.interpreter import Interpreter

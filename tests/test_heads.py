@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import REPO
+from conftest import REPO, three_decimals
 
 from convert import models
 from postprocess.build import cosine_matrix
@@ -29,10 +29,6 @@ def session(path) -> ort.InferenceSession:
 @pytest.fixture(scope="module")
 def plain_features(build_folder, crops) -> np.ndarray:
     return session(build_folder / PLAIN).run(None, {"images": crops})[0]
-
-
-def three_decimals(row: np.ndarray) -> list[float]:
-    return [round(float(value), 3) for value in row]
 
 
 def card_targets(crops: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import cosine, run_tflite
+from conftest import cosine, run_tflite, three_decimals
 
 from convert import models
 from postprocess.build import cosine_matrix
@@ -23,10 +23,6 @@ SHAPES = [(1, 10), (3, 5), (10, 1)]
 
 def nhwc(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
-
-
-def three_decimals(row: np.ndarray) -> list[float]:
-    return [round(float(value), 3) for value in row]
 
 
 def card_order(array: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_tflite
+from conftest import cosine, run_tflite
 
 from convert.netguard import NetworkBlockedError, no_network
 from convert.tflite import FLOAT16, FLOAT32, SAVED_MODEL, TFLiteExportError, export_tflite
@@ -323,9 +323,7 @@ def run_onnxruntime(onnx_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, 
 
 
 def cosine_similarity_rows(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    first = first.reshape(len(first), -1)
-    second = second.reshape(len(second), -1)
-    return np.sum(first * second, axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1))
+    return cosine(first.reshape(len(first), -1), second.reshape(len(second), -1))
 
 
 # --- export -------------------------------------------------------------------------------

@@ -181,9 +181,9 @@ class OpenVinoBatchRunner:
 
     Batches are run through an AsyncInferQueue. With `jobs=1` and the LATENCY hint this is one
     request at a time that uses every core. With `jobs=2` and the THROUGHPUT hint two requests
-    run side by side. With bfloat16 inference on a 2-core AMD EPYC VM, both ways took about
-    4.7 ms per LFW image for detection, landmarks and warp (batch 16 with one request, batch 4
-    with two requests), so the Aligner uses the simpler first one.
+    run side by side. Both ways took about 4.7 ms per LFW image for detection, landmarks and warp
+    (batch 16 with one request, batch 4 with two requests). That was measured with bfloat16
+    inference on a 2-core AMD EPYC VM, so the Aligner uses the simpler first one.
     """
 
     def __init__(self, core: ov.Core, xml_path: Path, batch_size: int, device: str = "CPU",

@@ -80,22 +80,22 @@ def _runtime_key(name: str) -> str:
 def _selected_artifacts(args: argparse.Namespace, folder: Path) -> list[Artifact]:
     artifacts = list(find_artifacts(folder, args.precision).artifacts)
     if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        requested = [name.strip() for name in args.only.split(",") if name.strip()]
         known = {artifact.path.name for artifact in artifacts}
-        unknown = [name for name in wanted if name not in known]
+        unknown = [name for name in requested if name not in known]
         if unknown:
             raise ArtifactError(f"--only names {', '.join(unknown)}, which {folder} does not contain; "
                                 "run `make convert` or check the names")
-        artifacts = [artifact for artifact in artifacts if artifact.path.name in wanted]
+        artifacts = [artifact for artifact in artifacts if artifact.path.name in requested]
     return artifacts
 
 
 def _selected_runtimes(args: argparse.Namespace):
     if not args.runtimes:
         return list(RUNTIMES)
-    wanted = {_runtime_key(name) for name in args.runtimes.split(",") if name.strip()}
-    chosen = [runtime for runtime in RUNTIMES if _runtime_key(runtime.name) in wanted]
-    if len(chosen) != len(wanted):
+    requested = {_runtime_key(name) for name in args.runtimes.split(",") if name.strip()}
+    chosen = [runtime for runtime in RUNTIMES if _runtime_key(runtime.name) in requested]
+    if len(chosen) != len(requested):
         names = ", ".join(_runtime_key(runtime.name) for runtime in RUNTIMES)
         raise ArtifactError(f"--runtimes {args.runtimes!r} names an unknown runtime; choose from {names}")
     return chosen

@@ -83,7 +83,7 @@ class Session(ABC):
     def embed_tensor(self, tensor: np.ndarray, layout: str = NCHW) -> np.ndarray:
         """Return the embeddings [B, D] of a float32 batch already at the model's input size.
 
-        `tensor` is NCHW unless `layout` says otherwise. It is transposed to the layout of the
+        `tensor` is NCHW unless `layout` names another layout. It is transposed to the layout of the
         model's image input, so callers can preprocess once for every runtime.
         """
         interface = self.interface

@@ -27,7 +27,7 @@ class LiteRtRuntime(Runtime):
         # ai-edge-litert 2.1.0 memory-maps a `model_path` without running the flatbuffer verifier,
         # and a truncated file then crashes the process with a segmentation fault. A model passed
         # as `model_content` is verified first and fails with a ValueError.
-        # LiteRT runs on one thread unless told otherwise; ONNX Runtime and OpenVINO use every core.
+        # LiteRT runs on one thread by default, while ONNX Runtime and OpenVINO use every core.
         interpreter = Interpreter(model_content=Path(path).read_bytes(), num_threads=os.cpu_count())
         signatures = interpreter.get_signature_list()
         if signatures:
